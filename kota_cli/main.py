@@ -29,7 +29,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-KOTA_PACKAGES = {"kota_cli", "edge", "gateway", "ingest", "storage", "indicators", "dashboards", "firmware_sim"}
+KOTA_PACKAGES = {
+    "kota_cli",
+    "edge",
+    "gateway",
+    "ingest",
+    "storage",
+    "indicators",
+    "dashboards",
+    "firmware_sim",
+}
 
 
 class LazyGroup(click.Group):
@@ -67,7 +76,12 @@ def _unavailable(name: str, help_text: str, err: ModuleNotFoundError) -> click.C
             "install the server extra: pip install 'kota-iot[server]'"
         )
 
-    return click.Command(name, callback=run, help=help_text, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    return click.Command(
+        name,
+        callback=run,
+        help=help_text,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

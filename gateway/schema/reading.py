@@ -7,8 +7,17 @@ from datetime import datetime
 
 # Column order of the normalised table everywhere (gateway batches, COPY, Parquet).
 READING_COLUMNS: tuple[str, ...] = (
-    "city", "site", "device", "quantity", "value", "unit", "raw_value",
-    "observed_at", "received_at", "flags", "source",
+    "city",
+    "site",
+    "device",
+    "quantity",
+    "value",
+    "unit",
+    "raw_value",
+    "observed_at",
+    "received_at",
+    "flags",
+    "source",
 )
 
 

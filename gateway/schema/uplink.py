@@ -106,12 +106,23 @@ def to_epoch_us(moment: datetime) -> int:
 
 
 def encode_uplink(
-    city: str, site: str, device: str, driver: str, samples: Sequence[Sample], *,
-    agent: str | None = None, seq: int | None = None, sent_us: int | None = None,
+    city: str,
+    site: str,
+    device: str,
+    driver: str,
+    samples: Sequence[Sample],
+    *,
+    agent: str | None = None,
+    seq: int | None = None,
+    sent_us: int | None = None,
 ) -> bytes:
     """Serialise one device batch (stdlib json: runs on the edge)."""
     message: dict[str, Any] = {
-        "schema": UPLINK_SCHEMA, "city": city, "site": site, "device": device, "driver": driver,
+        "schema": UPLINK_SCHEMA,
+        "city": city,
+        "site": site,
+        "device": device,
+        "driver": driver,
     }
     if agent is not None:
         message["agent"] = agent
@@ -135,7 +146,7 @@ def _load_json(payload: bytes, loads: Callable[[bytes], Any] | None) -> Any:
     if loads is not None:
         try:
             return loads(payload)
-        except Exception:  # noqa: BLE001 - fall through to stdlib for a precise reason
+        except Exception:
             pass
     try:
         text = payload.decode("utf-8")
@@ -208,13 +219,22 @@ def _parse_time(item: Any, zone: ZoneInfo | None) -> tuple[int, bool] | str:
     return to_epoch_us(moment.replace(tzinfo=zone)), True
 
 
+FLOAT_LIMIT = 1e300  # ints beyond this cannot become a finite float64 reading
+
+
+def _good_value(v: Any) -> bool:
+    return (type(v) is float and math.isfinite(v)) or (
+        type(v) is int and -FLOAT_LIMIT < v < FLOAT_LIMIT
+    )
+
+
 def _reject_reason(q: Any, v: Any, u: Any, f: Any) -> str | None:
     if not isinstance(q, str) or not q or len(q) > 64:
         return "bad_quantity"
     if type(v) is not float and type(v) is not int:
         return "bad_value"
-    if not math.isfinite(v):
-        return "non_finite_value"
+    if not _good_value(v):
+        return "non_finite_value" if type(v) is float else "bad_value"
     if not isinstance(u, str) or not u or len(u) > 32:
         return "bad_unit"
     if type(f) is not int or not 0 <= f < 2**15:
@@ -222,8 +242,22 @@ def _reject_reason(q: Any, v: Any, u: Any, f: Any) -> str | None:
     return None
 
 
+def _all_clean(q: list[Any], v: list[Any], u: list[Any], t: list[Any], f: list[Any]) -> bool:
+    """True when every row passes every row check, with epoch-µs times (no time parsing)."""
+    return (
+        all(type(x) is str and 0 < len(x) <= 64 for x in q)
+        and all(map(_good_value, v))
+        and all(type(x) is str and 0 < len(x) <= 32 for x in u)
+        and all(type(x) is int for x in t)
+        and all(type(x) is int and 0 <= x < 32768 for x in f)
+    )
+
+
 def decode_uplink(
-    payload: bytes, topic: str | None = None, *, loads: Callable[[bytes], Any] | None = None,
+    payload: bytes,
+    topic: str | None = None,
+    *,
+    loads: Callable[[bytes], Any] | None = None,
 ) -> UplinkBatch:
     """Decode and validate one uplink message.
 
@@ -238,17 +272,36 @@ def decode_uplink(
         raise UplinkError("unsupported_schema", repr(message.get("schema"))[:80])
     city, site, device, driver = (_header_id(message, name) for name in HEADER_IDS)
     if topic is not None and parse_topic(topic) != (city, site, device):
-        raise UplinkError("topic_mismatch", f"topic {topic[:120]} vs payload {city}/{site}/{device}")
+        raise UplinkError(
+            "topic_mismatch", f"topic {topic[:120]} vs payload {city}/{site}/{device}"
+        )
     agent = message.get("agent")
     if agent is not None and (not isinstance(agent, str) or not ID_RE.match(agent)):
         raise UplinkError("bad_agent", repr(agent)[:80])
     batch = UplinkBatch(
-        city=city, site=site, device=device, driver=driver, agent=agent,
-        seq=_optional_int(message, "seq"), sent_us=_optional_int(message, "sent_at"),
+        city=city,
+        site=site,
+        device=device,
+        driver=driver,
+        agent=agent,
+        seq=_optional_int(message, "seq"),
+        sent_us=_optional_int(message, "sent_at"),
     )
+    columns = _columns(message)
+    if _all_clean(*columns):
+        # Fast path (the edge's own output): whole columns checked at once, no per-row loop.
+        batch.quantity, batch.unit, batch.observed_us, batch.flags = (
+            columns[0],
+            columns[2],
+            columns[3],
+            columns[4],
+        )
+        batch.value = [float(v) for v in columns[1]]
+        batch.local_time = [False] * len(batch.quantity)
+        return batch
     city_info = load_cities().get(city)
     zone = city_info.zone if city_info else None
-    for i, (q, v, u, t, f) in enumerate(zip(*_columns(message), strict=True)):
+    for i, (q, v, u, t, f) in enumerate(zip(*columns, strict=True)):
         reason = _reject_reason(q, v, u, f)
         parsed = _parse_time(t, zone) if reason is None else reason
         if isinstance(parsed, str):

@@ -11,24 +11,55 @@ from gateway.schema import QUANTITIES, QualityFlag, load_cities, quantity
 from gateway.schema.cities import RegistryError, parse_cities
 
 REQUIRED_QUANTITIES = {
-    "pm1", "pm2_5", "pm10", "no2", "o3", "co", "so2", "co2", "temperature", "relative_humidity",
-    "vehicle_count", "vehicle_speed", "lane_occupancy", "water_volume", "water_flow",
-    "active_energy_import", "active_power", "voltage", "current", "frequency",
+    "pm1",
+    "pm2_5",
+    "pm10",
+    "no2",
+    "o3",
+    "co",
+    "so2",
+    "co2",
+    "temperature",
+    "relative_humidity",
+    "vehicle_count",
+    "vehicle_speed",
+    "lane_occupancy",
+    "water_volume",
+    "water_flow",
+    "active_energy_import",
+    "active_power",
+    "voltage",
+    "current",
+    "frequency",
 }
 # Canonical units required by the foundation issue, as UCUM codes.
 CANONICAL_UCUM = {
-    "pm1": "ug/m3", "pm2_5": "ug/m3", "pm10": "ug/m3", "no2": "ug/m3", "o3": "ug/m3",
-    "so2": "ug/m3", "co": "mg/m3", "co2": "ppm", "temperature": "Cel",
-    "relative_humidity": "%", "vehicle_count": "{vehicle}", "vehicle_speed": "km/h",
-    "lane_occupancy": "%", "water_volume": "m3", "water_flow": "m3/h",
-    "active_energy_import": "kW.h", "active_power": "W", "voltage": "V", "current": "A",
+    "pm1": "ug/m3",
+    "pm2_5": "ug/m3",
+    "pm10": "ug/m3",
+    "no2": "ug/m3",
+    "o3": "ug/m3",
+    "so2": "ug/m3",
+    "co": "mg/m3",
+    "co2": "ppm",
+    "temperature": "Cel",
+    "relative_humidity": "%",
+    "vehicle_count": "{vehicle}",
+    "vehicle_speed": "km/h",
+    "lane_occupancy": "%",
+    "water_volume": "m3",
+    "water_flow": "m3/h",
+    "active_energy_import": "kW.h",
+    "active_power": "W",
+    "voltage": "V",
+    "current": "A",
     "frequency": "Hz",
 }
 CEFACT = re.compile(r"^[A-Z0-9]{2,3}$")
 
 
 def test_catalogue_has_every_required_quantity() -> None:
-    assert REQUIRED_QUANTITIES <= set(QUANTITIES)
+    assert set(QUANTITIES) >= REQUIRED_QUANTITIES
 
 
 @pytest.mark.parametrize("name", sorted(CANONICAL_UCUM))
