@@ -98,7 +98,7 @@ def root() -> None:
 def cli() -> None:
     """Console-script entry point: one clear error line instead of a traceback."""
     try:
-        root.main(standalone_mode=False)
+        result = root.main(standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -111,6 +111,8 @@ def cli() -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    # Without standalone mode click returns ctx.exit(code)'s code instead of exiting.
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":
