@@ -156,7 +156,7 @@ ORDER BY iv.value DESC""",
             "bargauge",
             """SELECT c.name AS city, avg(iv.value) AS value
 FROM indicator_values iv JOIN cities c ON c.locode = iv.city
-WHERE iv.indicator = 'water.domestic_lpcd' AND iv.period_type = 'month' AND iv.city IN ($city)
+WHERE iv.indicator = 'water.domestic_lpcd' AND iv.period_type = 'day' AND iv.city IN ($city)
   AND $__timeFilter(iv.period_start::timestamptz)
 GROUP BY c.name ORDER BY 2 DESC""",
             ("city", "value"),
