@@ -96,6 +96,7 @@ class PostgresServer:
     fsync: bool = True
     _bindir: Path = field(default_factory=postgres_bindir)
     _user: str | None = field(default_factory=_run_as_user)
+    relocated: bool = False  # data moved to a temp dir the run-as user can reach
 
     @property
     def data_dir(self) -> Path:
@@ -109,8 +110,24 @@ class PostgresServer:
             args = ["runuser", "-u", self._user, "--", *args]
         return subprocess.run(args, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
 
+    def _reachable(self) -> bool:
+        """Can the user PostgreSQL runs as reach base_dir (e.g. not inside root's 0700 home)?"""
+        if not self._user:
+            return True
+        probe = subprocess.run(
+            ["runuser", "-u", self._user, "--", "test", "-x", str(self.base_dir)],
+            capture_output=True,
+            check=False,
+        )
+        return probe.returncode == 0
+
     def init(self) -> None:
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        if not self.relocated and not self._reachable():
+            # Running as root in a private directory: keep the throwaway cluster where the
+            # postgres user can reach it, and remove it again on stop.
+            self.base_dir = temp_dir("kota-pg-")
+            self.relocated = True
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.data_dir.mkdir(exist_ok=True)
