@@ -376,15 +376,15 @@ def summary(stack: Stack, opts: DemoOptions, totals: dict[str, int], drivers: li
         reasons = conn.execute(
             "SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY 2 DESC"
         ).fetchall()
-        pm = dict(
+        pm: dict[str, Any] = dict(
             conn.execute("""SELECT city, round(avg(value)::numeric, 1) FROM indicator_values
             WHERE indicator = 'air.pm2_5.mean' AND period_type = 'day' GROUP BY city""").fetchall()
         )
-        tti = dict(
+        tti: dict[str, Any] = dict(
             conn.execute("""SELECT city, round(avg(value)::numeric, 2) FROM indicator_values
             WHERE indicator = 'traffic.tti' AND period_type = 'day' GROUP BY city""").fetchall()
         )
-        worst = dict(
+        worst: dict[str, Any] = dict(
             conn.execute(f"""SELECT city, max(value) FROM indicator_values
             WHERE indicator = 'air.aqi.{opts.standard}' AND period_type = 'day' GROUP BY city""").fetchall()
         )

@@ -75,8 +75,9 @@ def _line_chart(
 ) -> Figure:
     fig, ax = plt.subplots(figsize=(9, 3.6))
     for city, points in series.items():
+        days: list[Any] = [p[0] for p in points]  # matplotlib plots dates; its stubs say floats
         ax.plot(
-            [p[0] for p in points],
+            days,
             [p[1] for p in points],
             marker="o",
             markersize=3,
