@@ -30,6 +30,8 @@ import click
 
 from kota_cli.errors import KotaError
 
+LIVE_INTERVAL_S = 5.0
+LIVE_METRICS_PORT = 9110
 DEFAULT_CITIES = (
     "THBKK",
     "VNHAN",
@@ -68,11 +70,15 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     agents: list[Any] = field(default_factory=list)
     gateway_stats: dict[str, Any] = field(default_factory=dict)
+    closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
         for agent in self.agents:
             with contextlib.suppress(Exception):
                 agent.stop()
+        for closer in self.closers:
+            with contextlib.suppress(Exception):
+                closer()
         for proc in self.processes:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -474,17 +480,82 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             click.echo(f"  {path}")
         click.echo(f"\ndone in {time.monotonic() - started:.0f} s")
         if opts.keep_running:
-            keep_running(stack)
+            keep_running(stack, opts, plans)
     return {"totals": totals, "report": str(report.html_path), "exports": exports}
 
 
-def keep_running(stack: Stack) -> None:
+def start_live(stack: Stack, opts: DemoOptions, plans: list[Any]) -> list[str]:
+    """Real time from here on: simulated sensors on real ptys, read by the real edge drivers."""
+    from edge.agent import Agent
+    from edge.config import parse_config
+    from firmware_sim.devices import PMS5003, SDS011
+    from firmware_sim.profiles import make_source
+    from firmware_sim.transport import PtyBus
+
+    for agent in stack.agents:  # the backfill agents hand over (same agent ids and sessions)
+        agent.stop()
+    stack.agents.clear()
+    lines = []
+    for i, plan in enumerate(plans):
+        c = plan.city.lower()
+        state = (opts.workdir / "edge" / c).resolve()
+        buses = []
+        for cls, kind, source_kind in ((PMS5003, "pms5003", "air"), (SDS011, "sds011", "pm")):
+            device_id = f"{c}-{kind[:3]}-1"
+            source = make_source(
+                plan.city, source_kind, device_id, opts.seed, interval_s=LIVE_INTERVAL_S
+            )
+            bus = PtyBus([cls(source, device_id, interval_s=LIVE_INTERVAL_S)], baudrate=9600)
+            stack.closers.append(bus.shutdown)
+            buses.append((kind, device_id, bus.path))
+        # An agent's collector lives in the process-wide Prometheus registry (one agent per Pi),
+        # so in this single demo process only the first city's agent serves /metrics.
+        port = LIVE_METRICS_PORT
+        config = parse_config(
+            {
+                "agent": {
+                    "id": f"{c}-pi-1",
+                    "city": plan.city,
+                    "site": plan.site,
+                    "state_dir": str(state),
+                    "heartbeat_s": 10.0,
+                },
+                "uplink": {
+                    "url": stack.mqtt_url,
+                    "batch_max_readings": 100,
+                    "batch_max_age_s": 1.0,
+                },
+                "outbox": {"path": str(state / "outbox.db")},
+                "metrics": {"enabled": i == 0, "address": "127.0.0.1", "port": port},
+                "devices": [
+                    {"kind": kind, "device_id": dev, "port": path, "interval": 0.0}
+                    for kind, dev, path in buses
+                ],
+            },
+            state / "edge.toml",
+        )
+        agent = Agent(config)
+        stack.agents.append(agent)
+        agent.start()
+        ptys = ", ".join(f"{dev} on {path}" for _, dev, path in buses)
+        metrics = f"; metrics http://127.0.0.1:{port}/metrics" if i == 0 else ""
+        lines.append(f"  {plan.city}: {ptys}{metrics}")
+    return lines
+
+
+def keep_running(stack: Stack, opts: DemoOptions, plans: list[Any]) -> None:
+    lines = start_live(stack, opts, plans)
     click.echo(
-        "\n--keep-running: the gateway keeps consuming; publish more uplinks or run "
-        "`kota sim run` + `kota edge run` against\n"
+        f"\nlive: simulated sensors in real time (a reading every {LIVE_INTERVAL_S:g} s per sensor); "
+        "edge agents, gateway and ingest keep running:",
+        err=True,
+    )
+    for line in lines:
+        click.echo(line, err=True)
+    click.echo(
         f"  KOTA_MQTT_URL={stack.mqtt_url}\n  KOTA_DATABASE_URL={stack.database_url}\n"
-        "Point Grafana (docker compose) at the database with the provisioning in dashboards/provisioning/. "
-        "Ctrl-C stops everything.",
+        "Grafana: `docker compose up grafana prometheus` with KOTA_GRAFANA_DB_HOST/PORT pointing at "
+        "this database (dashboards/provisioning/ is mounted). Ctrl-C stops everything.",
         err=True,
     )
     with contextlib.suppress(KeyboardInterrupt):
