@@ -32,7 +32,7 @@ PUBLISHED_READINGS = Counter(
 )
 PUBLISH_REJECTED = Counter(
     "kota_edge_publish_rejected",
-    "Uplink messages the broker refused (PUBACK reason >= 0x80); "
+    "Uplink messages the broker refused (PUBACK reason >= 0x80) or had no subscriber for (0x10); "
     "their readings stay in the outbox and are sent again.",
     ["reason"],
 )

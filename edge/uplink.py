@@ -49,6 +49,11 @@ log = logging.getLogger("kota.edge.uplink")
 
 #: A device whose message the broker refused is held back this long before retrying.
 REJECT_HOLD_S = 30.0
+#: MQTT v5 PUBACK 0x10 "No matching subscribers": the broker accepted the message but nobody
+#: will receive it (e.g. Mosquitto 2.0 restarted and the gateway's $share subscription is not
+#: back yet). The readings stay in the outbox and are retried after this hold.
+NO_SUBSCRIBERS = 0x10
+NO_SUBSCRIBERS_HOLD_S = 2.0
 #: paho's own in-flight window is ours plus room for status messages.
 PAHO_INFLIGHT_MARGIN = 10
 
@@ -308,6 +313,18 @@ class Uplink:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue  # a status message
+            if code == NO_SUBSCRIBERS:
+                self._rejected[text] = self._rejected.get(text, 0) + 1
+                PUBLISH_REJECTED.labels(text).inc()
+                self._hold[entry.device] = time.monotonic() + NO_SUBSCRIBERS_HOLD_S
+                self.outbox.release(entry.device, entry.row_ids[0])
+                log.info(
+                    "uplink: no subscriber for %s yet; keeping %d readings, retrying in %.0f s",
+                    entry.device,
+                    entry.readings,
+                    NO_SUBSCRIBERS_HOLD_S,
+                )
+                continue
             if code >= 0x80:
                 self._rejected[text] = self._rejected.get(text, 0) + 1
                 PUBLISH_REJECTED.labels(text).inc()

@@ -103,6 +103,13 @@ def _config(horizon_days: float, no_purpleair: bool) -> NormalizeConfig:
 @click.option(
     "--duration", "duration_s", type=float, default=None, help="Stop after this many seconds."
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    envvar="KOTA_METRICS_PORT",
+    default=None,
+    help="Serve Prometheus kota_ingest_* metrics on this port (default: $KOTA_METRICS_PORT; off if unset).",
+)
 def run(
     database_url: str | None,
     mqtt_url: str,
@@ -116,6 +123,7 @@ def run(
     no_purpleair: bool,
     stats_every_s: float,
     duration_s: float | None,
+    metrics_port: int | None,
 ) -> None:
     """Consume uplinks ($share/<group>/kota/v1/+/+/+/up), normalise, write, then acknowledge.
 
@@ -137,6 +145,7 @@ def run(
         heartbeats=not no_heartbeats,
         stats_every_s=stats_every_s,
         normalize=_config(horizon_days, no_purpleair),
+        metrics_port=metrics_port,
     )
     try:
         service = GatewayService(settings)

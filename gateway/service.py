@@ -33,6 +33,7 @@ import polars as pl
 from gateway.devices import DeviceRegistry
 from gateway.normalize import Message, NormalizeConfig, Normalizer, readings_to_jsonl
 from gateway.schema.uplink import ID_RE, TOPIC_PREFIX
+from kota_cli.errors import KotaError
 
 log = logging.getLogger("kota.gateway")
 
@@ -57,6 +58,8 @@ class GatewaySettings:
     stats_every_s: float = 10.0
     registry_refresh_s: float = 30.0
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    metrics_port: int | None = None  # serve kota_ingest_* on /metrics (None = off)
+    metrics_address: str = "0.0.0.0"
 
 
 class GatewayService:
@@ -77,7 +80,12 @@ class GatewayService:
             settings.database_url, refresh_s=settings.registry_refresh_s
         )
         self.normalizer = Normalizer(self.registry, settings.normalize)
-        self.writer = ReadingWriter(settings.database_url)
+        self.metrics = None
+        if settings.metrics_port is not None:
+            from ingest.metrics import IngestMetrics
+
+            self.metrics = IngestMetrics()
+        self.writer = ReadingWriter(settings.database_url, metrics=self.metrics)
         self.counters: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -146,8 +154,11 @@ class GatewayService:
                 group=s.group,
                 batch_max=s.batch_max,
                 batch_max_age_s=s.batch_max_age_s,
+                metrics=self.metrics,
             )
         ]
+        if s.metrics_port is not None:
+            serve_metrics(s.metrics_address, s.metrics_port)
         if s.heartbeats:
             consumers.append(
                 MqttBatchConsumer(
@@ -181,6 +192,18 @@ class GatewayService:
             if self._publisher is not None:
                 self._publisher.close()
             self.emit("gateway_stopped")
+
+
+def serve_metrics(address: str, port: int) -> None:
+    """Prometheus /metrics for this worker (kota_ingest_*), one clear error if the port is taken."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(port, addr=address)
+    except OSError as err:
+        raise KotaError(
+            f"--metrics-port: cannot listen on {address}:{port}: {err.strerror or err}"
+        ) from None
 
 
 def install_signal_handlers(service: GatewayService) -> None:
@@ -253,8 +276,9 @@ class _Publisher:
 def parse_heartbeat(topic: str | None, payload: bytes) -> dict[str, Any] | None:
     """agent_status row from a heartbeat, or None when it is not a usable one.
 
-    Topic ``kota/v1/{city}/{site}/{agent}/heartbeat``; payload a JSON object with optional
-    ``agent``, ``version``, ``outbox_depth``, ``outbox_oldest_s``, ``drivers`` (object).
+    Topic ``kota/v1/{city}/{site}/{agent}/heartbeat``; payload the edge agent's heartbeat
+    (docs/edge.md): optional ``agent``, ``version``, ``outbox`` {``depth``, ``oldest_s``, ...}
+    and ``drivers`` (object). Top-level ``outbox_depth``/``outbox_oldest_s`` are accepted too.
     """
     parts = (topic or "").split("/")
     if len(parts) != 6 or parts[5] != "heartbeat" or len(payload) > 64 * 1024:
@@ -270,8 +294,11 @@ def parse_heartbeat(topic: str | None, payload: bytes) -> dict[str, Any] | None:
     if not all(ID_RE.match(x) for x in (city, site, agent)):
         return None
 
-    def number(name: str) -> float | None:
-        v = body.get(name)
+    nested = body.get("outbox")
+    outbox: dict[str, Any] = nested if isinstance(nested, dict) else {}
+
+    def number(name: str, nested: str) -> float | None:
+        v = outbox.get(nested, body.get(name))
         return (
             float(v)
             if isinstance(v, (int, float))
@@ -287,8 +314,8 @@ def parse_heartbeat(topic: str | None, payload: bytes) -> dict[str, Any] | None:
         "city": city,
         "site": site,
         "version": str(body.get("version", ""))[:64],
-        "outbox_depth": int(number("outbox_depth") or 0),
-        "outbox_oldest_s": number("outbox_oldest_s"),
+        "outbox_depth": int(number("outbox_depth", "depth") or 0),
+        "outbox_oldest_s": number("outbox_oldest_s", "oldest_s"),
         "drivers": json.dumps(drivers if isinstance(drivers, dict) else {}, default=str)[:16_000],
         "last_seen": datetime.now(UTC),
     }

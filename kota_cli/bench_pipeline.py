@@ -12,12 +12,17 @@ against the storage limit of the same machine in the same run.
    table (same key, indexes, partitions, rollup trigger) -> `copy_limit_rows_per_s`; then
    TRUNCATE readings and the rollup bookkeeping, CHECKPOINT.
 3. Full pipeline: `workers` processes of `kota gateway run` on one shared-subscription group,
-   fed by a load generator process publishing uplinks as the edge agent does (encode_uplink,
-   MQTT v5, QoS 1, `readings_per_message` readings per device message, observed_at = publish
-   time in epoch µs). Closed loop: the generator may be at most `window` messages ahead of
+   fed by a load generator process publishing uplinks as the edge agent batches them (the
+   bytes of encode_uplink, from per-device templates - see UplinkTemplate; MQTT v5, QoS 1,
+   `readings_per_message` readings per device message, observed_at = publish time in epoch
+   µs) through a minimal socket publisher (RawPublisher: paho cost as much CPU per reading
+   as PostgreSQL and took it from the system under test). Closed loop: the generator may be at most `window` messages ahead of
    what the workers have committed (their JSON stats lines), so the broker queue stays
-   bounded while the pipeline runs at its maximum. After `warmup` s, committed rows are
-   counted over `seconds` s -> `readings_per_s`.
+   bounded while the pipeline runs at its maximum. After `warmup` s, `readings_per_s` =
+   rows whose commit timestamp falls in the next `seconds` s (count(*) at both ends when
+   commit timestamps are off). `backlog_messages` and `loadgen_cpu_util` show that the
+   generator is not the bottleneck; `other_processes_cpu_util` shows how much of the machine
+   something else used meanwhile.
 4. Latency at ~50 % of that rate: publish -> commit of EVERY reading, exact, from
    PostgreSQL's commit timestamps (`track_commit_timestamp = on`,
    pg_xact_commit_timestamp(xmin) - observed_at). Same clock: generator and database run on
@@ -50,6 +55,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -685,7 +691,7 @@ def _loadgen_main(cfg: dict[str, Any], ctl: dict[str, Any]) -> None:
             pub.poll(0.002)
             ctl["acked"].value = pub.acked
             continue
-        batch = []
+        batch: list[tuple[bytes, bytes]] = []
         now_us = time.time_ns() // 1000
         for _ in range(budget):
             t = templates[di]
@@ -983,11 +989,13 @@ class Pipeline:
         self.rpm = readings_per_message
         self.run_id = uuid.uuid4().hex[:8]
         self.group = f"kota-bench-{self.run_id}"
-        self.log_dir = (
-            Path(stack._pg.base_dir if stack._pg is not None else "/tmp")
-            / f"bench-logs-{self.run_id}"
-        )
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # worker logs (stderr) and py-spy output: inside the private server's directory
+        # (removed with it), else a temp directory of their own
+        if stack._pg is not None:
+            self.log_dir = Path(stack._pg.base_dir) / f"bench-logs-{self.run_id}"
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self.log_dir = Path(tempfile.mkdtemp(prefix=f"kota-bench-logs-{self.run_id}-"))
         self.n_workers = workers
         self.n_generators = max(1, min(generators, len(self.devices)))
         self.batch_max = batch_max
@@ -1199,14 +1207,14 @@ def _py_spy(pid: int, seconds: float, out_dir: Path) -> dict[str, Any]:
         for m in re.finditer(r"^thread \((\d+)\)(?:: ([^;]+))?;", text, re.M)
         if m.group(2)
     }
-    per_thread: Counter[str] = Counter()
+    per_thread: dict[str, float] = {}
     for tid, (comm, cpu) in after.items():
         label = names.get(tid, comm)
         label = re.sub(r"bench-gw-[0-9a-f]+-", "", label)
-        per_thread[label] += cpu - before.get(tid, (comm, 0.0))[1]
+        per_thread[label] = per_thread.get(label, 0.0) + cpu - before.get(tid, (comm, 0.0))[1]
     summary = summarize_collapsed(text)
     summary["thread_cpu_cores"] = {
-        k: round(v / wall, 3) for k, v in per_thread.most_common() if v > 0
+        k: round(v / wall, 3) for k, v in sorted(per_thread.items(), key=lambda kv: -kv[1]) if v > 0
     }
     summary["raw"] = str(raw)
     return summary
@@ -1282,10 +1290,9 @@ def run_pipeline_bench(
         )
         try:
             pipe.start()
-            # readiness: one message end to end before the clock starts
+            # readiness: the generator runs closed-loop (rate 0 = as fast as the window
+            # allows); wait for a first commit end to end before the warm-up clock starts
             pipe.set_rate(0)
-            for g in pipe.comp.loadgens:
-                g.ctl["rate"].value = 0.0
             if not pipe.wait_committed(1, 60):
                 raise KotaError(
                     "no reading reached the database within 60 s: "
@@ -1521,11 +1528,13 @@ def run_soak(
                 time.sleep(0.1)
             start = time.time()
             end = start + minutes * 60
-            rows_prev, t_prev = _count(url), start
+            # the rate per sample from the workers' counters: a count(*) every 10 s over a
+            # table of tens of millions of rows would itself be a load
+            rows_prev, t_prev = pipe.handled_readings(), start
             while True:
                 pipe.check()
                 now = time.time()
-                rows_now = _count(url)
+                rows_now = pipe.handled_readings()
                 sample = {
                     "t_s": round(now - start, 1),
                     **memory_sample(pipe.comp),

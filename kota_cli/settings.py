@@ -7,7 +7,7 @@
 | KOTA_MQTT_USERNAME / KOTA_MQTT_PASSWORD_FILE | broker credentials for server processes | anonymous |
 | KOTA_MQTT_CA_FILE | CA bundle for mqtts:// | system CAs |
 | KOTA_GATEWAY_GROUP | shared-subscription group of gateway workers | kota-gateway |
-| KOTA_METRICS_PORT | Prometheus endpoint port of a server process | 9108 |
+| KOTA_METRICS_PORT | Prometheus endpoint port of a gateway worker | off (compose: 9108) |
 """
 
 from __future__ import annotations

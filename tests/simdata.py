@@ -104,7 +104,7 @@ def fill(
     heartbeats = [
         parse_heartbeat(
             f"kota/v1/{city}/{city.lower()}-site-1/pi-{city.lower()}/heartbeat",
-            json.dumps({"version": "0.1.0", "outbox_depth": 3, "outbox_oldest_s": 12.5}).encode(),
+            json.dumps({"version": "0.1.0", "outbox": {"depth": 3, "oldest_s": 12.5}}).encode(),
         )
         for city in cities
     ]

@@ -85,7 +85,7 @@ class SerialPort:
             ser = serial.serial_for_url(self.url, do_not_open=True, **self.settings)
             if self.exclusive and hasattr(ser, "exclusive"):
                 ser.exclusive = True
-            ser.open()  # no input flush: bytes queued while closed are valid data
+            ser.open()  # pyserial flushes the input buffer on open: bytes queued while closed are lost
         except (serial.SerialException, OSError, ValueError) as err:
             self.state = "reopening"
             self.stats.last_error = f"open {self.url}: {err}"

@@ -42,6 +42,9 @@ def scrape(port: int) -> str:
 def test_metrics_endpoint_reports_outbox_uplink_and_latency(
     tmp_path: Path, mosquitto: MosquittoServer
 ) -> None:
+    # A subscriber must exist: an uplink nobody subscribes to is answered with PUBACK 0x10
+    # "No matching subscribers" and stays in the outbox (not counted as published).
+    sub = Subscriber(mosquitto.host, mosquitto.port)
     config = make_config(tmp_path, mosquitto.url, metrics='address = "127.0.0.1"\nport = 0')
     agent = Agent(config, drivers=[TickDevice("bkk-dev-m")])
     agent.start()
@@ -51,6 +54,7 @@ def test_metrics_endpoint_reports_outbox_uplink_and_latency(
         text = scrape(agent.metrics.port)
     finally:
         agent.stop()
+        sub.close()
     samples = [line for line in text.splitlines() if not line.startswith("#")]
     for name in (
         "kota_edge_outbox_depth ",
@@ -107,3 +111,36 @@ def test_systemd_ready_and_stopping_are_notified(
     agent.stop(drain_s=0)
     assert server.recv(100) == b"STOPPING=1"
     server.close()
+
+
+def test_uplink_without_subscriber_stays_in_the_outbox_until_one_appears(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    """PUBACK 0x10 "No matching subscribers" means nobody got it: keep it, retry, lose nothing."""
+    device = TickDevice("bkk-dev-nosub")
+    agent = Agent(make_config(tmp_path, mosquitto.url), drivers=[device])
+    agent.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            up = agent.uplink.stats() if agent.uplink else None
+            if up and up.rejected.get("No matching subscribers", 0) >= 2:
+                break
+            time.sleep(0.1)
+        assert agent.uplink is not None
+        assert agent.uplink.stats().rejected.get("No matching subscribers", 0) >= 2
+        assert agent.uplink.stats().published_readings == 0
+        assert agent.outbox is not None and agent.outbox.stats().readings > 0
+        early = set(device.produced)  # produced while nobody subscribed
+        sub = Subscriber(mosquitto.host, mosquitto.port)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not early <= sub.readings:
+                time.sleep(0.2)
+            assert early <= sub.readings, (
+                f"{len(early - sub.readings)} of {len(early)} never arrived"
+            )
+        finally:
+            sub.close()
+    finally:
+        agent.stop()

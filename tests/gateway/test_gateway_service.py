@@ -266,3 +266,86 @@ def test_two_gateways_share_the_load_exactly_once(pg_url: str, mosquitto: Mosqui
     listener.loop_stop()
     lines = [json.loads(line) for p in normalized for line in p.splitlines()]
     assert len(lines) == expected_readings and {x["city"] for x in lines} == {"THBKK"}
+
+
+def test_heartbeat_from_a_real_edge_agent_fills_outbox_depth(tmp_path) -> None:
+    """The gateway reads the edge agent's own heartbeat body (nested `outbox`)."""
+    import json as _json
+
+    from edge.agent import Agent
+    from edge.config import parse_config
+    from edge.outbox import Outbox
+    from gateway.schema import Sample
+    from gateway.service import parse_heartbeat
+
+    config = parse_config(
+        {
+            "agent": {"id": "pi-1", "city": "THBKK", "site": "s1", "state_dir": str(tmp_path)},
+            "uplink": {"url": "mqtt://127.0.0.1:1"},
+            "outbox": {"path": str(tmp_path / "o.db")},
+        },
+        tmp_path / "edge.toml",
+        build_devices=False,
+    )
+    agent = Agent(config, drivers=[])
+    agent.outbox = Outbox(tmp_path / "o.db")
+    agent.outbox.put(
+        "d1", "s1", "test", [Sample("pm2_5", 1.0, "ug/m3", 1_000_000 * n) for n in range(1, 8)]
+    )
+    row = parse_heartbeat(
+        "kota/v1/THBKK/s1/pi-1/heartbeat", _json.dumps(agent.heartbeat()).encode()
+    )
+    agent.outbox.close()
+    assert row is not None and row["outbox_depth"] == 7
+    assert row["outbox_oldest_s"] is not None
+
+
+def test_gateway_serves_ingest_metrics(tmp_path, pg_url, mosquitto) -> None:
+    """`kota gateway run --metrics-port` serves kota_ingest_* for Prometheus and the Operations board."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from kota_cli.servers import free_port
+    from storage.migrate import migrate
+
+    migrate(pg_url)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kota_cli.main",
+            "gateway",
+            "run",
+            "--database-url",
+            pg_url,
+            "--mqtt-url",
+            mosquitto.url,
+            "--client-id",
+            "metrics-test",
+            "--metrics-port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "kota_ingest_readings_written_total" not in body:
+            try:
+                body = (
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                    .read()
+                    .decode()
+                )
+            except OSError:
+                time.sleep(0.2)
+        assert "kota_ingest_readings_written_total" in body
+        assert "kota_ingest_lag_seconds_bucket" in body
+    finally:
+        proc.terminate()
+        proc.wait(20)
