@@ -34,6 +34,7 @@ from indicators.frames import (
     dmean,
     empty_long,
     fixed,
+    index_of,
     long_rows,
     with_period,
 )
@@ -43,6 +44,7 @@ QUANTITIES = POLLUTANTS
 WINDOW_8H = 8
 MIN_HOURS_8H = 6
 LAST_8H_START = 16  # windows inside the local day: 00-07 ... 16-23
+DEVICE_BITS = 32  # a Categorical's physical code is a UInt32
 STAT_FOR_AVERAGING = {"24h": "mean24", "8h": "max8h", "1h": "max1h"}
 DAY_STAT = {p: ("max8h" if p == "o3" else "mean24") for p in POLLUTANTS}
 METHOD = "air-1.0"
@@ -60,43 +62,55 @@ def mean_indicator(pollutant: str) -> str:
 def hourly_means(readings: pl.LazyFrame) -> pl.LazyFrame:
     """City hourly means from local-time readings: city, quantity, hour_idx, value, n_devices.
 
-    The device-hour group-by sees every reading (tens of millions of rows), so its keys are
-    integers: city and quantity codes from fixed lists (cities of the registry, POLLUTANTS),
-    the device's categorical code, and the sums are fixed-point Int64 (frames.dsum).
+    The device-hour group-by sees every reading (tens of millions of rows), so its key is one
+    Int64 (polars' fastest group-by) packing the city and quantity codes from fixed lists
+    (cities of the registry, POLLUTANTS), the device's categorical code and the local hour;
+    the sums are fixed-point Int64 (frames.dsum). The city-hour group-by then keys on the same
+    Int64 without the device bits. Readings without a local hour are ignored. The hour takes
+    `hour_bits` bits (23 with the registry's 31 cities: hours within ~478 years of 1970);
+    outside that range the strict cast fails instead of mixing groups.
     """
     cities = sorted(load_cities())
-    city_code = pl.col("city").replace_strict(
-        {c: i for i, c in enumerate(cities)}, default=None, return_dtype=pl.UInt16
-    )
-    q_code = pl.col("quantity").replace_strict(
-        {q: i for i, q in enumerate(POLLUTANTS)}, default=None, return_dtype=pl.UInt8
-    )
-    coded = readings.select(
-        _c=city_code,
-        _q=q_code,
-        _d=pl.col("device").cast(pl.Categorical).to_physical(),
-        hour_idx=pl.col("hour_idx"),
-        _f=fixed(pl.col("value")),
-    ).drop_nulls(["_c", "_q", "_f"])
+    schema = readings.collect_schema()
+    hour_bits = 63 - DEVICE_BITS - max(1, (len(cities) * len(POLLUTANTS) - 1).bit_length())
+    half = 2 ** (hour_bits - 1)
+    shifted = pl.col("hour_idx") + half  # in [0, 2^hour_bits) for |hour_idx| < half
+    checked = pl.when(shifted < 2 * half).then(shifted).otherwise(-1).cast(pl.UInt32)
+    group = pl.col("_c") * len(POLLUTANTS) + pl.col("_q")
     device_hour = (
-        coded.group_by("_c", "_q", "_d", "hour_idx")
+        readings.select(
+            _c=index_of(schema, "city", cities, pl.Int64()),
+            _q=index_of(schema, "quantity", POLLUTANTS, pl.Int64()),
+            _d=pl.col("device").cast(pl.Categorical).to_physical().cast(pl.Int64),
+            hour_idx=pl.col("hour_idx"),
+            _f=fixed(pl.col("value")),
+        )
+        .drop_nulls(["_c", "_q", "_f", "hour_idx"])
+        .group_by(_k=(group * 2**DEVICE_BITS + pl.col("_d")) * 2**hour_bits + checked)
         .agg(_s=pl.col("_f").sum(), _n=pl.len())
         .with_columns(_f=fixed(pl.col("_s") / FIXED_SCALE / pl.col("_n")))
     )
-    city_hour = device_hour.group_by("_c", "_q", "hour_idx").agg(
-        _s=pl.col("_f").sum(), n_devices=pl.len()
-    )
+    high = 2 ** (DEVICE_BITS + hour_bits)
+    city_hour = device_hour.group_by(
+        _k=(pl.col("_k") // high) * 2**hour_bits + pl.col("_k") % 2**hour_bits
+    ).agg(_s=pl.col("_f").sum(), n_devices=pl.len())
+    g = pl.col("_k") // 2**hour_bits
     return city_hour.select(
-        city=pl.col("_c").replace_strict(dict(enumerate(cities)), return_dtype=pl.String),
-        quantity=pl.col("_q").replace_strict(dict(enumerate(POLLUTANTS)), return_dtype=pl.String),
-        hour_idx=pl.col("hour_idx"),
+        city=(g // len(POLLUTANTS)).replace_strict(dict(enumerate(cities)), return_dtype=pl.String),
+        quantity=(g % len(POLLUTANTS)).replace_strict(
+            dict(enumerate(POLLUTANTS)), return_dtype=pl.String
+        ),
+        hour_idx=pl.col("_k") % 2**hour_bits - half,
         value=pl.col("_s") / FIXED_SCALE / pl.col("n_devices"),
         n_devices=pl.col("n_devices"),
     )
 
 
 def daily_stats(hourly: pl.LazyFrame) -> pl.LazyFrame:
-    """Per city, quantity, local day: n_hours, mean24, max1h, max8h (null unless valid)."""
+    """Per city, quantity, local day: n_hours, mean24, max1h, max8h (null unless valid).
+
+    `hourly` is read more than once: pass a collected frame (`daily` does).
+    """
     h = hourly.with_columns(
         day=(pl.col("hour_idx") // 24).cast(pl.Int32).cast(pl.Date),
         hod=(pl.col("hour_idx") % 24).cast(pl.Int32),
@@ -104,21 +118,7 @@ def daily_stats(hourly: pl.LazyFrame) -> pl.LazyFrame:
     base = h.group_by("city", "quantity", "day").agg(
         n_hours=pl.len(), mean24=dmean(pl.col("value")), max1h=pl.col("value").max()
     )
-    windows = (
-        h.with_columns(
-            start=pl.int_ranges(
-                pl.max_horizontal(pl.col("hod") - (WINDOW_8H - 1), 0),
-                pl.min_horizontal(pl.col("hod"), LAST_8H_START) + 1,
-            )
-        )
-        .explode("start")
-        .drop_nulls("start")
-        .group_by("city", "quantity", "day", "start")
-        .agg(m=dmean(pl.col("value")), n=pl.len())
-        .filter(pl.col("n") >= MIN_HOURS_8H)
-        .group_by("city", "quantity", "day")
-        .agg(max8h=pl.col("m").max())
-    )
+    windows = _max8h(h)
     valid = pl.col("n_hours") >= MIN_HOURS_PER_DAY
     return (
         base.join(windows, on=["city", "quantity", "day"], how="left")
@@ -127,6 +127,45 @@ def daily_stats(hourly: pl.LazyFrame) -> pl.LazyFrame:
         )
         .with_columns(pl.col("n_hours").cast(pl.Int64))
     )
+
+
+def _max8h(h: pl.LazyFrame) -> pl.LazyFrame:
+    """city, quantity, day, max8h: the largest mean of the 8-hour windows starting at
+    00:00-16:00 of the local day, each needing MIN_HOURS_8H rows.
+
+    On a dense grid (24 slots per city, quantity and day, in hour order) the window ending at
+    hour t (t = 7..23) is the 8 slots t-7..t of the same day, so its fixed-point sum and counts
+    are sums of 8 shifted columns: exact Int64 sums, no exploded rows, no string keys.
+    """
+    keys = ["city", "quantity", "day"]
+    ids = (
+        h.filter(pl.col("day").is_not_null())
+        .with_columns(_g=pl.struct(keys).rank("dense").cast(pl.Int64) - 1)
+        .select(*keys, "_g", slot=pl.col("_g") * 24 + pl.col("hod"), _f=fixed(pl.col("value")),
+                _v=pl.col("value").is_not_null())
+    )  # fmt: skip
+    slots = ids.group_by("slot").agg(
+        _s=pl.col("_f").sum(), _c=pl.col("_v").sum().cast(pl.Int64), _n=pl.len().cast(pl.Int64)
+    )
+    days = ids.group_by("_g").agg(pl.col(keys).first())
+    hours = pl.LazyFrame({"hod": pl.int_range(0, 24, dtype=pl.Int64, eager=True)})
+    grid = (
+        days.select("_g")
+        .join(hours, how="cross")
+        .with_columns(slot=pl.col("_g") * 24 + pl.col("hod"))
+        .join(slots, on="slot", how="left")
+        .sort("slot")
+        .with_columns(pl.col("_s", "_c", "_n").fill_null(0))
+    )
+    total = {c: pl.sum_horizontal([pl.col(c).shift(k) for k in range(WINDOW_8H)]) for c in
+             ("_s", "_c", "_n")}  # fmt: skip
+    window = (
+        grid.with_columns(**total)
+        .filter((pl.col("hod") >= WINDOW_8H - 1) & (pl.col("_n") >= MIN_HOURS_8H))
+        .group_by("_g")
+        .agg(max8h=pl.when(pl.col("_c") > 0).then(pl.col("_s") / FIXED_SCALE / pl.col("_c")).max())
+    )
+    return window.join(days, on="_g").select(*keys, "max8h")
 
 
 def daily_wide(daily: pl.LazyFrame) -> pl.LazyFrame:
@@ -318,9 +357,13 @@ def _aqi_period_rows(aqi: pl.LazyFrame, period_type: str) -> pl.LazyFrame:
 
 
 def daily(readings: pl.LazyFrame) -> pl.LazyFrame:
-    """The heavy, lazy part: local-time readings (without OUT_OF_RANGE) -> daily statistics."""
+    """The heavy part: local-time readings (without OUT_OF_RANGE) -> daily statistics.
+
+    The city hourly means (one row per city, pollutant and hour) are collected here: the
+    daily statistics read them several times, and a lazy input would be recomputed each time.
+    """
     air = readings.filter(pl.col("quantity").is_in(POLLUTANTS))
-    return daily_stats(hourly_means(air))
+    return daily_stats(hourly_means(air).collect().lazy())
 
 
 def from_daily(daily_frame: pl.DataFrame, period_type: str) -> pl.DataFrame:

@@ -7,6 +7,8 @@ and the 75 % completeness constants. May import: polars.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import polars as pl
 
 MIN_HOURS_PER_DAY = 18  # a daily value needs 18 of 24 hourly values (75 %)
@@ -39,6 +41,23 @@ def with_period(lf: pl.LazyFrame, period_type: str, day: str = "day") -> pl.Lazy
         raise ValueError(f"unknown period type {period_type!r}")
     return lf.with_columns(period_start=start, period_end=end).with_columns(
         period_days=((pl.col("period_end") - pl.col("period_start")).dt.total_days() + 1)
+    )
+
+
+def index_of(schema: pl.Schema, name: str, values: Sequence[str], dtype: pl.DataType) -> pl.Expr:
+    """The position of column `name`'s value in `values` as `dtype` (null when absent).
+
+    On an Enum column (source.coded) this is a gather by the physical code - no string is
+    hashed; on String or Categorical columns a `replace_strict` on the values.
+    """
+    col = pl.col(name)
+    current = schema.get(name)
+    if isinstance(current, pl.Enum):
+        pos = {v: i for i, v in enumerate(values)}
+        table = pl.Series([pos.get(c) for c in current.categories], dtype=dtype)
+        return pl.lit(table).gather(col.to_physical())
+    return col.replace_strict(
+        {v: i for i, v in enumerate(values)}, default=None, return_dtype=dtype
     )
 
 

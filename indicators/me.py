@@ -36,7 +36,15 @@ from indicators import air, traffic, utilities
 from indicators.catalogue import Indicator, as_rows, load_catalogue, upsert_definitions
 from indicators.frames import LONG_SCHEMA
 from indicators.periods import Span, period_end, period_start, previous_start
-from indicators.source import Source, split_flagged, timezones, utc_window, with_local_time
+from indicators.source import (
+    SCAN_OPTIMIZATIONS,
+    Source,
+    coded,
+    split_flagged,
+    timezones,
+    utc_window,
+    with_local_time,
+)
 
 COLUMNS: tuple[str, ...] = (
     "city", "indicator", "period_type", "period_start", "period_end", "value", "unit", "n_obs",
@@ -130,11 +138,15 @@ def compute(
                 source, span, period_type, batch, start, end, traffic_cfg, meter_cfg, households
             )
         )
-    rows = pl.concat([p[0] for p in parts]).select(
+    # The air statistics per city and day are small: their long rows (AQI, WHO days, means)
+    # are derived once for every batch together.
+    daily = pl.concat([p[0] for p in parts])
+    rows = pl.concat([air.from_daily(daily, period_type), *[p[1] for p in parts]])
+    rows = rows.filter(pl.col("period_start").is_between(span.first, span.last)).select(
         [pl.col(c).cast(t) for c, t in LONG_SCHEMA.items()]
     )
-    cov = pl.concat([p[1] for p in parts])
-    ev = pl.concat([p[2] for p in parts])
+    cov = pl.concat([p[2] for p in parts])
+    ev = pl.concat([p[3] for p in parts])
     return Computed(
         rows.sort("city", "indicator", "period_start"),
         cov.sort("city", "quantity"),
@@ -152,11 +164,14 @@ def _compute_batch(
     traffic_cfg: traffic.TrafficConfig | None,
     meter_cfg: utilities.MeterConfig | None,
     households: utilities.Households | None,
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(air daily statistics, traffic and utility rows, coverage, meter events) of a batch."""
     zones = timezones(cities)
     # One read of the batch (lazy scan or Arrow table), materialised once: every job and the
-    # coverage counts below then run on it in memory instead of re-scanning the source.
-    raw = with_local_time(source(start, end, cities, ALL_QUANTITIES), zones, start, end).collect()
+    # coverage counts below then run on it in memory instead of re-scanning the source. The
+    # text columns are dictionary-coded (source.coded) so the jobs filter and group on codes.
+    read = coded(source(start, end, cities, ALL_QUANTITIES), ALL_QUANTITIES)
+    raw = with_local_time(read, zones, start, end).collect(optimizations=SCAN_OPTIMIZATIONS)
     local = raw.lazy()
     used, excluded = split_flagged(local)
     other = pl.concat(
@@ -176,14 +191,12 @@ def _compute_batch(
     excl = excluded.with_columns(pl.col("excluded").cast(pl.Int64))
     daily, rows, cov, ev, ex = pl.collect_all([air.daily(used), other, coverage, events, excl])
     del raw
-    rows = pl.concat([air.from_daily(daily, period_type), rows]).filter(
-        pl.col("period_start").is_between(span.first, span.last)
-    )
+    text = pl.col("city", "quantity").cast(pl.String)
     cov = cov.join(ex, on=["city", "quantity"], how="left").with_columns(
         pl.col("excluded").fill_null(0), pl.col("readings").cast(pl.Int64),
-        pl.col("devices").cast(pl.Int64),
+        pl.col("devices").cast(pl.Int64), text,
     )  # fmt: skip
-    return rows, cov, ev
+    return daily, rows, cov, ev.with_columns(text)
 
 
 # --------------------------------------------------------------------------- M&E columns

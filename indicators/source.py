@@ -11,6 +11,7 @@ May import: polars, pyarrow, `storage`, `gateway.schema`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -66,36 +67,63 @@ def database_source(conninfo: str) -> Source:
 def parquet_source(root: str | Path) -> Source:
     """Readings from the Hive-partitioned archive `city=XXX/date=YYYY-MM-DD/*.parquet`.
 
-    Only the requested cities' directories are globbed and the `date=` directories outside
-    the window are pruned, so a batch of cities reads just its own files.
+    The files are listed here, not by a glob in the scan: only the requested cities'
+    directories, and only the `date=` directories inside the window (the same partition
+    pruning the scan would do), so a batch of cities reads just its own files. The row
+    filters (window, cities, quantities) stay in the plan; `compute` collects it with
+    `SCAN_OPTIMIZATIONS`, which keeps them out of the Parquet reader: on the archive's many
+    small files the reader's per-file prefiltering costs more than filtering the rows after.
     """
     root = Path(root)
 
     def load(
         start: datetime, end: datetime, cities: Sequence[str] | None, quantities: Sequence[str]
     ) -> pl.LazyFrame:
-        if cities is None:
-            globs = [str(root / "**" / "*.parquet")] if any(root.glob("**/*.parquet")) else []
-        else:
-            globs = [
-                str(root / f"city={c}" / "**" / "*.parquet")
-                for c in cities
-                if any((root / f"city={c}").glob("**/*.parquet"))
-            ]
-        if not globs:
+        files = archive_files(root, start, end, cities)
+        if not files:
             return pl.LazyFrame(schema=INPUT_SCHEMA)
-        lf = pl.scan_parquet(globs, hive_partitioning=True)
-        names = lf.collect_schema().names()
+        lf = pl.scan_parquet(files, hive_partitioning=True)
         pred = pl.col("observed_at").is_between(start, end, closed="left")
-        if "date" in names:  # partition pruning on the (UTC) date directory
-            day = pl.col("date").cast(pl.Date)
-            pred = day.is_between(start.date() - timedelta(days=1), end.date()) & pred
         if cities is not None:
             pred = pred & pl.col("city").is_in(list(cities))
         pred = pred & pl.col("quantity").is_in(list(quantities))
         return normalise(lf.filter(pred))
 
     return load
+
+
+def archive_files(
+    root: Path, start: datetime, end: datetime, cities: Sequence[str] | None
+) -> list[str]:
+    """The archive's Parquet files that can hold readings of `cities` in [start, end).
+
+    A `date=YYYY-MM-DD` directory (the UTC day) outside [start - 1 day, end] is pruned; files
+    not under a `date=` directory are always kept. Sorted, so the row order is stable.
+    """
+    tops = [root] if cities is None else [root / f"city={c}" for c in cities]
+    first, last = start.date() - timedelta(days=1), end.date()
+    out: list[str] = []
+
+    def walk(path: str) -> None:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    key, sep, value = entry.name.partition("=")
+                    if sep and key == "date":
+                        try:
+                            day = date.fromisoformat(value)
+                        except ValueError:
+                            day = None
+                        if day is not None and not first <= day <= last:
+                            continue
+                    walk(entry.path)
+                elif entry.name.endswith(".parquet"):
+                    out.append(entry.path)
+
+    for top in tops:
+        if top.is_dir():
+            walk(str(top))
+    return sorted(out)
 
 
 def frame_source(frame: pl.DataFrame | pl.LazyFrame) -> Source:
@@ -129,15 +157,44 @@ def timezones(cities: Sequence[str] | None = None) -> dict[str, str]:
     return {c: city.timezone for c, city in chosen.items()}
 
 
+# How `compute` collects a batch's read. Predicates stay where they are written: the archive's
+# partitions are pruned by `archive_files`, and filtering the decoded rows is cheaper than the
+# Parquet reader's per-file prefiltering on many small files (docs/indicators.md, Benchmark).
+SCAN_OPTIMIZATIONS = pl.QueryOptFlags(predicate_pushdown=False)
+
+
+def city_enum() -> pl.Enum:
+    """The registry's cities (sorted) as an Enum: the physical code is the sorted index."""
+    return pl.Enum(sorted(load_cities()))
+
+
+def coded(lf: pl.LazyFrame, quantities: Sequence[str]) -> pl.LazyFrame:
+    """INPUT_SCHEMA with dictionary-coded text columns, for the batch jobs.
+
+    city -> `city_enum()` (cities outside the registry become null: they have no zone and
+    `with_local_time` drops them), quantity -> Enum of `quantities` (others become null and
+    are dropped here), device -> Categorical. Every filter, group-by, join and window of the
+    jobs on these columns then works on integer codes instead of strings; the jobs cast back
+    to String wherever a value leaves them, so results are the same as on String columns.
+    `site` stays String: only the traffic job reads it, on its own (few) rows.
+    """
+    return lf.with_columns(
+        pl.col("city").cast(city_enum(), strict=False),
+        pl.col("quantity").cast(pl.Enum(list(dict.fromkeys(quantities))), strict=False),
+        pl.col("device").cast(pl.Categorical),
+    ).filter(pl.col("quantity").is_not_null())
+
+
 def with_local_time(
     lf: pl.LazyFrame, zones: dict[str, str], start: datetime, end: datetime
 ) -> pl.LazyFrame:
     """Add local `hour_idx` (hours since the local epoch), `day` (local date), `hod` (0-23).
 
     Cities whose zone keeps one UTC offset over the window (every ASEAN zone) get a constant
-    offset looked up per row - cheap on tens of millions of rows; zones that change offset
-    inside the window (DST) are converted with `dt.convert_time_zone`. Rows of cities not in
-    the registry get no local time and are dropped.
+    offset looked up per row - cheap on tens of millions of rows (a gather by code when `city`
+    is an Enum, see `coded`); zones that change offset inside the window (DST) are converted
+    with `dt.convert_time_zone`. Rows of cities not in the registry get no local time and are
+    dropped.
     """
     fixed: dict[str, int] = {}
     changing: dict[str, list[str]] = {}
@@ -148,8 +205,15 @@ def with_local_time(
         else:
             changing.setdefault(zone, []).append(city)
     obs = pl.col("observed_at")
-    offset = pl.col("city").replace_strict(fixed, default=None, return_dtype=pl.Int64)
+    dtype = lf.collect_schema().get("city")
+    if isinstance(dtype, pl.Enum):
+        table = pl.Series([fixed.get(c) for c in dtype.categories], dtype=pl.Int64)
+        offset = pl.lit(table).gather(pl.col("city").to_physical())
+    else:
+        offset = pl.col("city").replace_strict(fixed, default=None, return_dtype=pl.Int64)
     for zone, cities in changing.items():
+        if isinstance(dtype, pl.Enum):
+            cities = [c for c in cities if c in set(dtype.categories)]
         local = obs.dt.convert_time_zone(zone).dt.replace_time_zone(None)
         exact = (local - obs.dt.replace_time_zone(None)).dt.total_seconds()
         offset = pl.when(pl.col("city").is_in(cities)).then(exact).otherwise(offset)
