@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-server-dev
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install system-deps bench dashboards clean
+.PHONY: demo test lint format install system-deps test-deps bench dashboards clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kota needs Python >= 3.11 (found %s)" % sys.version.split()[0])'
@@ -19,6 +19,9 @@ install: $(STAMP)
 system-deps:
 	@bash .ci/system-deps.sh
 
+test-deps:
+	@bash .ci/system-deps.sh --with-browser
+
 demo: install system-deps
 	$(BIN)/kota demo
 
@@ -31,7 +34,7 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: install system-deps lint
+test: install test-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install system-deps

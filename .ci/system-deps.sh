@@ -5,11 +5,16 @@
 # otherwise we stop with the exact command to run.
 set -euo pipefail
 
+with_browser=false
+[ "${1:-}" = "--with-browser" ] && with_browser=true   # only the report test needs Chromium
+
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
-command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+if $with_browser; then
+  command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
