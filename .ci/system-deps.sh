@@ -11,6 +11,8 @@ with_browser=false
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v mosquitto_passwd >/dev/null 2>&1 || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
 if $with_browser; then
   command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || need+=(chromium)

@@ -7,7 +7,6 @@ a minute.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 
@@ -110,7 +109,6 @@ def test_bench_normalize_json_shape() -> None:
     assert {"cpus", "cpu", "python"} <= set(result["machine"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("edge.bench") is None, reason="edge/bench.py absent")
 def test_bench_edge_json_shape() -> None:
     out = CliRunner().invoke(bench_group, ["edge", "--seconds", "3", "--json"])
     assert out.exit_code == 0, out.output

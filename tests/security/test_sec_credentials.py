@@ -82,7 +82,6 @@ def test_hash_is_mosquitto_pbkdf2_sha512_format() -> None:
         hash_password("")
 
 
-@pytest.mark.skipif(shutil.which("mosquitto_passwd") is None, reason="mosquitto_passwd missing")
 def test_hashes_of_mosquitto_passwd_verify_with_ours(tmp_path: Path) -> None:
     path = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), "dev-1", "p4ss word"], check=True)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
@@ -262,8 +261,9 @@ def make_test_pki(directory: Path) -> Pki:
     """Generate the test PKI with the `openssl` CLI (python `cryptography` is not a
     dependency of Kota). EC P-256 keys, 1-day validity, SANs for 127.0.0.1 and localhost.
     `directory` and its parents must be traversable by the broker (see `temp_dir`)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl CLI not installed")
+    assert shutil.which("openssl"), (
+        "openssl CLI missing (make test installs it: .ci/system-deps.sh)"
+    )
     d = directory
     d.mkdir(parents=True, exist_ok=True)
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
