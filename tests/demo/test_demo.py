@@ -155,3 +155,62 @@ def test_bad_option_is_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("kota: error: --cities") and result.stderr.count("\n") == 1
+
+
+def test_keep_running_goes_live_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """--keep-running: live sensors on real ptys reach the database; SIGINT stops every child."""
+    import signal
+    import threading
+    import time
+
+    import psycopg
+
+    env = {k: v for k, v in os.environ.items() if k not in ("KOTA_DATABASE_URL", "KOTA_MQTT_URL")}
+    before = demo_postgres_pids()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kota_cli.main",
+            "demo",
+            "--days",
+            "0.1",
+            "--cities",
+            "1",
+            "--keep-running",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stderr is not None
+        lines.extend(proc.stderr)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while not any("KOTA_DATABASE_URL=" in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+            time.sleep(0.2)
+        url = next(line for line in lines if "KOTA_DATABASE_URL=" in line).split("=", 1)[1].strip()
+        live = 0
+        while live < 2 and time.monotonic() < deadline:  # both live sensors report within seconds
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT count(DISTINCT device) FROM readings "
+                    "WHERE observed_at > now() - interval '1 minute'"
+                ).fetchone()
+            live = int(row[0]) if row else 0
+            time.sleep(1)
+        assert live == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert proc.returncode == 0, "".join(lines)[-2000:]
+    assert processes_under(tmp_path) == []
+    assert demo_postgres_pids() - before == set()
