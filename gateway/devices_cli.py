@@ -60,9 +60,10 @@ def database_option(func: F) -> F:
 
 
 def require_url(url: str | None) -> str:
-    if not url:
-        raise KotaError("no database: set KOTA_DATABASE_URL or pass --database-url")
-    return url
+    """The --database-url value or $KOTA_DATABASE_URL (storage owns the rule and its message)."""
+    from storage.db import database_url
+
+    return database_url(url)
 
 
 def _db_call(func: Callable[..., Any], *args: Any) -> Any:

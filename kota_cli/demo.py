@@ -96,35 +96,22 @@ class Stack:
 
 
 def start_servers(opts: DemoOptions, stack: Stack) -> None:
+    from ingest.consumer import parse_mqtt_url
     from kota_cli.servers import MosquittoServer, PostgresServer
-    from kota_cli.settings import database_url, mqtt_url
 
-    env_db = database_url(opts.database_url, required=False)
+    env_db = opts.database_url or os.environ.get("KOTA_DATABASE_URL")
     if env_db:
         stack.database_url = env_db
     else:
         pg = PostgresServer(opts.workdir.resolve() / "pg")
         stack.servers.append(pg)
         pg.start()
-        pg._cmd(
-            [
-                str(pg._bindir / "psql"),
-                "-h",
-                pg.host,
-                "-p",
-                str(pg.port),
-                "-U",
-                pg.superuser,
-                "-d",
-                "postgres",
-                "-c",
-                'DROP DATABASE IF EXISTS "kota_demo" WITH (FORCE)',
-            ]
-        )
+        pg.drop_database("kota_demo")
         stack.database_url = pg.create_database("kota_demo")
-    env_mqtt = mqtt_url(opts.mqtt_url, required=False)
+    env_mqtt = opts.mqtt_url or os.environ.get("KOTA_MQTT_URL")
     if env_mqtt:
-        stack.mqtt_url = env_mqtt.url
+        parse_mqtt_url(env_mqtt)  # a bad URL stops here with one line naming the setting
+        stack.mqtt_url = env_mqtt
     else:
         mq_dir = opts.workdir.resolve() / "mqtt"
         shutil.rmtree(mq_dir, ignore_errors=True)
@@ -243,7 +230,7 @@ def publish_bad_input(stack: Stack, city: str, end: float) -> None:
     import paho.mqtt.client as mqtt
 
     from gateway.schema import Sample, encode_uplink, uplink_topic
-    from kota_cli.settings import parse_mqtt_url
+    from ingest.consumer import parse_mqtt_url
 
     url = parse_mqtt_url(stack.mqtt_url)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="kota-demo-rogue")

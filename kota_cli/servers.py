@@ -194,8 +194,8 @@ class PostgresServer:
         self.stop()
         self.start()
 
-    def create_database(self, name: str) -> str:
-        """CREATE DATABASE name; returns its URL."""
+    def psql(self, sql: str) -> None:
+        """Run one SQL statement as the superuser on the `postgres` database."""
         result = self._cmd(
             [
                 str(self._bindir / "psql"),
@@ -210,12 +210,20 @@ class PostgresServer:
                 "-v",
                 "ON_ERROR_STOP=1",
                 "-c",
-                f'CREATE DATABASE "{name}"',
+                sql,
             ]
         )
         if result.returncode != 0:
-            raise KotaError(f"could not create database {name}: {result.stderr.strip()}")
+            raise KotaError(f"psql failed ({sql[:60]}): {result.stderr.strip()}")
+
+    def create_database(self, name: str) -> str:
+        """CREATE DATABASE name; returns its URL."""
+        self.psql(f'CREATE DATABASE "{name}"')
         return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """DROP DATABASE IF EXISTS name, disconnecting its sessions."""
+        self.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def destroy(self) -> None:
         self.stop("immediate")
