@@ -431,7 +431,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     start, end = window(opts.days)
     with running_stack() as stack:
         click.echo(
-            f"1/5 servers: {'PostgreSQL and Mosquitto under ' + str(opts.workdir) if stack is not None else ''}",
+            f"1/5 servers ($KOTA_DATABASE_URL / $KOTA_MQTT_URL, else private ones under {opts.workdir})",
             err=True,
         )
         start_servers(opts, stack)
